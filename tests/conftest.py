@@ -17,8 +17,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import pixelgen  # noqa: E402
-from standins import CUSTOMER, DODO_KEY, OPENAI_KEY, FakeDodo, FakeOpenAI  # noqa: E402
+import pixelgen
+from standins import CUSTOMER, DODO_KEY, OPENAI_KEY, FakeDodo, FakeOpenAI
 
 PIXELGEN = Path(__file__).resolve().parent.parent / "pixelgen.py"
 

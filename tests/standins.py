@@ -160,7 +160,9 @@ class FakeOpenAI(StandIn):
             if legacy in body:
                 return self.openai_error(400, "unknown_parameter", f"Unknown parameter: '{legacy}'.")
         if body.get("model") not in CURRENT_MODELS:
-            return self.openai_error(404, "model_not_found", f"The model '{body.get('model')}' does not exist")
+            return self.openai_error(
+                404, "model_not_found", f"The model '{body.get('model')}' does not exist"
+            )
         if body.get("quality", "auto") not in GPT_IMAGE_QUALITIES:
             return self.openai_error(400, "invalid_value", f"Invalid value: '{body['quality']}'.")
         if len(body.get("prompt", "")) > 32000:
@@ -279,7 +281,8 @@ class FakeDodo(StandIn):
         return [
             e
             for e in self.events.values()
-            if e["event_name"] == "image.generated" and (e.get("metadata") or {}).get("quality") in ("standard", "hd")
+            if e["event_name"] == "image.generated"
+            and (e.get("metadata") or {}).get("quality") in ("standard", "hd")
         ]
 
 

@@ -6,6 +6,7 @@ import hashlib
 from pathlib import Path
 
 import pytest
+
 from conftest import closed_port_url, journal_rows
 from standins import CUSTOMER, DODO_KEY, OPENAI_KEY, PNG_BYTES, UUID, FakeDodo, FakeOpenAI
 
@@ -14,7 +15,9 @@ def saved_images() -> list[Path]:
     return sorted(Path("images").glob("*.png")) if Path("images").exists() else []
 
 
-def test_one_shot_makes_an_image_and_bills_it_once(run, openai_server: FakeOpenAI, dodo_server: FakeDodo) -> None:
+def test_one_shot_makes_an_image_and_bills_it_once(
+    run, openai_server: FakeOpenAI, dodo_server: FakeDodo
+) -> None:
     result = run("--prompt", "A cute robot painting a landscape", "--quality", "hd")
 
     assert result.code == 0, result.err
@@ -60,7 +63,9 @@ def test_interactive_session_makes_images_until_a_blank_prompt(run, dodo_server:
 
 
 @pytest.mark.parametrize("ending", ["quit\n", "EXIT\n", "", "A robot\n"])
-def test_interactive_session_ends_cleanly_on_quit_or_end_of_input(run, dodo_server: FakeDodo, ending: str) -> None:
+def test_interactive_session_ends_cleanly_on_quit_or_end_of_input(
+    run, dodo_server: FakeDodo, ending: str
+) -> None:
     result = run(stdin=ending)
 
     assert result.code == 0
@@ -82,7 +87,9 @@ def test_a_refused_prompt_bills_nothing_and_the_session_goes_on(
     assert journal_rows() == []
 
 
-def test_a_refusal_in_one_shot_mode_exits_1_with_one_line(run, openai_server: FakeOpenAI, dodo_server: FakeDodo) -> None:
+def test_a_refusal_in_one_shot_mode_exits_1_with_one_line(
+    run, openai_server: FakeOpenAI, dodo_server: FakeDodo
+) -> None:
     openai_server.refuse = True
     result = run("--prompt", "something against policy")
 
@@ -145,7 +152,9 @@ def test_no_key_appears_in_output_or_files(run, monkeypatch: pytest.MonkeyPatch)
 # Configuration and flags: exit 2, every problem named, nothing sent ##########
 
 
-def test_every_missing_setting_is_named_at_once(run, monkeypatch: pytest.MonkeyPatch, openai_server: FakeOpenAI, dodo_server: FakeDodo) -> None:
+def test_every_missing_setting_is_named_at_once(
+    run, monkeypatch: pytest.MonkeyPatch, openai_server: FakeOpenAI, dodo_server: FakeDodo
+) -> None:
     for name in ("OPENAI_API_KEY", "DODO_PAYMENTS_API_KEY", "DODO_PAYMENTS_CUSTOMER_ID"):
         monkeypatch.delenv(name)
     monkeypatch.setenv("DODO_PAYMENTS_ENVIRONMENT", "test")
@@ -162,8 +171,12 @@ def test_every_missing_setting_is_named_at_once(run, monkeypatch: pytest.MonkeyP
     assert not Path("pixelgen.db").exists()
 
 
-@pytest.mark.parametrize("model", ["dall-e-3", "dall-e-2", "gpt-image-1", "gpt-image-1-mini", "gpt-image-1.5"])
-def test_a_retired_model_is_refused_before_any_call(run, monkeypatch: pytest.MonkeyPatch, openai_server: FakeOpenAI, model: str) -> None:
+@pytest.mark.parametrize(
+    "model", ["dall-e-3", "dall-e-2", "gpt-image-1", "gpt-image-1-mini", "gpt-image-1.5"]
+)
+def test_a_retired_model_is_refused_before_any_call(
+    run, monkeypatch: pytest.MonkeyPatch, openai_server: FakeOpenAI, model: str
+) -> None:
     monkeypatch.setenv("PIXELGEN_MODEL", model)
     result = run("--prompt", "A robot")
 
@@ -181,7 +194,9 @@ def test_a_retired_model_is_refused_before_any_call(run, monkeypatch: pytest.Mon
         (["usage", "--month", "2026-13"], "'2026-13' is not a month like 2026-12"),
     ],
 )
-def test_bad_flags_exit_2_before_any_call(run, openai_server: FakeOpenAI, args: list[str], message: str) -> None:
+def test_bad_flags_exit_2_before_any_call(
+    run, openai_server: FakeOpenAI, args: list[str], message: str
+) -> None:
     result = run(*args)
 
     assert result.code == 2
@@ -202,7 +217,9 @@ def test_customer_flag_overrides_the_environment(run, dodo_server: FakeDodo) -> 
     assert event["customer_id"] == "cus_other"
 
 
-def test_dotenv_is_read_but_the_environment_wins(run, monkeypatch: pytest.MonkeyPatch, dodo_server: FakeDodo) -> None:
+def test_dotenv_is_read_but_the_environment_wins(
+    run, monkeypatch: pytest.MonkeyPatch, dodo_server: FakeDodo
+) -> None:
     monkeypatch.delenv("DODO_PAYMENTS_CUSTOMER_ID")
     Path(".env").write_text("DODO_PAYMENTS_CUSTOMER_ID=cus_from_dotenv\nOPENAI_API_KEY=sk-from-dotenv\n")
     try:
@@ -227,7 +244,9 @@ def test_an_unwritable_output_folder_fails_before_paying_for_an_image(
     assert openai_server.requests == []
 
 
-def test_an_unusable_journal_path_is_one_clear_error(run, monkeypatch: pytest.MonkeyPatch, openai_server: FakeOpenAI) -> None:
+def test_an_unusable_journal_path_is_one_clear_error(
+    run, monkeypatch: pytest.MonkeyPatch, openai_server: FakeOpenAI
+) -> None:
     monkeypatch.setenv("PIXELGEN_DB", "missing-folder/pixelgen.db")
     result = run("--prompt", "A robot")
 
