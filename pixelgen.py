@@ -19,6 +19,7 @@ import argparse
 import base64
 import calendar
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -35,7 +36,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TextIO
+from typing import TYPE_CHECKING, Any, Literal, TextIO, TypeVar
 
 if TYPE_CHECKING:  # the SDKs are imported on first use: they take a second to load
     import dodopayments
@@ -479,10 +480,10 @@ def classify_failure(status: int | None) -> FailureKind:
     return "transient"
 
 
-class DeliveryFailure(Exception):
-    def __init__(self, kind: FailureKind, reason: str) -> None:
+class DodoFailure(Exception):
+    def __init__(self, kind: FailureKind, reason: str, status: int | None = None) -> None:
         super().__init__(reason)
-        self.kind, self.reason = kind, reason
+        self.kind, self.reason, self.status = kind, reason, status
 
 
 AUTH_HINT = (
@@ -495,7 +496,7 @@ AUTH_HINT = (
 class DeliveryReport:
     delivered: int = 0
     rejected: dict[str, str] = field(default_factory=dict)  # event id -> Dodo's reason
-    failure: DeliveryFailure | None = None
+    failure: DodoFailure | None = None
 
 
 # Journal ####################################################################
@@ -600,6 +601,15 @@ class Journal:
     def count_pending(self) -> int:
         return int(self.db.execute("SELECT COUNT(*) FROM events WHERE status = 'pending'").fetchone()[0])
 
+    def month_statuses(self, customer_id: str, month: str) -> dict[str, str]:
+        start, end = month_bounds(month)
+        rows = self.db.execute(
+            "SELECT event_id, status FROM events"
+            " WHERE customer_id = ? AND created_at >= ? AND created_at < ?",
+            (customer_id, start, end),
+        )
+        return dict(rows.fetchall())
+
     def month_counts(self, customer_id: str, month: str) -> dict[tuple[str, str], int]:
         start, end = month_bounds(month)
         rows = self.db.execute(
@@ -629,7 +639,7 @@ def deliver_pending(
     def send_or_split(batch: list[UsageEvent]) -> None:
         try:
             send([ingest_payload(event, now()) for event in batch])
-        except DeliveryFailure as failure:
+        except DodoFailure as failure:
             if failure.kind != "rejected":
                 raise
             named = [event for event in batch if event.event_id in failure.reason]
@@ -651,14 +661,14 @@ def deliver_pending(
     for batch in ingest_batches(journal.pending_events()):
         try:
             send_or_split(batch)
-        except DeliveryFailure as failure:
+        except DodoFailure as failure:
             journal.mark_failed_attempt([event.event_id for event in batch], failure.reason)
             report.failure = failure
             break
     return report
 
 
-def make_dodo_sender(settings: Settings, max_retries: int) -> SendBatch:
+def make_dodo_client(settings: Settings, max_retries: int) -> dodopayments.DodoPayments:
     import dodopayments
 
     # The SDK refuses DODO_PAYMENTS_BASE_URL together with environment=, so a
@@ -667,25 +677,34 @@ def make_dodo_sender(settings: Settings, max_retries: int) -> SendBatch:
         where: dict[str, Any] = {"base_url": settings.dodo_base_url}
     else:
         where = {"environment": settings.environment}
-    client = dodopayments.DodoPayments(
+    return dodopayments.DodoPayments(
         bearer_token=settings.dodo_api_key, timeout=DODO_TIMEOUT_SECONDS, max_retries=max_retries, **where
     )
+
+
+def dodo_failure(error: dodopayments.APIError) -> DodoFailure:
+    """An SDK error as a failure kind and one line for the user."""
+    import dodopayments
+
+    if isinstance(error, dodopayments.APIStatusError):
+        kind = classify_failure(error.status_code)
+        reason = AUTH_HINT if kind == "auth" else f"Dodo answered {error.status_code}: {dodo_message(error)}"
+        return DodoFailure(kind, reason, error.status_code)
+    if isinstance(error, dodopayments.APITimeoutError):
+        return DodoFailure("transient", "Dodo did not answer in time")
+    return DodoFailure("transient", "Dodo is unreachable (network or DODO_PAYMENTS_BASE_URL)")
+
+
+def make_dodo_sender(settings: Settings, max_retries: int) -> SendBatch:
+    import dodopayments
+
+    client = make_dodo_client(settings, max_retries)
 
     def send(payloads: list[dict[str, Any]]) -> None:
         try:
             client.usage_events.ingest(events=payloads)  # type: ignore[arg-type]
-        except dodopayments.APIStatusError as error:
-            kind = classify_failure(error.status_code)
-            reason = (
-                AUTH_HINT if kind == "auth" else f"Dodo answered {error.status_code}: {dodo_message(error)}"
-            )
-            raise DeliveryFailure(kind, reason) from None
-        except dodopayments.APITimeoutError:
-            raise DeliveryFailure("transient", "Dodo did not answer in time") from None
-        except dodopayments.APIConnectionError:
-            raise DeliveryFailure(
-                "transient", "Dodo is unreachable (network or DODO_PAYMENTS_BASE_URL)"
-            ) from None
+        except dodopayments.APIError as error:
+            raise dodo_failure(error) from None
 
     return send
 
@@ -705,7 +724,7 @@ class Biller:
         self._send: SendBatch | None = None
         self.retry_at = 0.0
         self.pause = 0.0
-        self.last_failure: DeliveryFailure | None = None
+        self.last_failure: DodoFailure | None = None
 
     def deliver(self, force: bool = False) -> DeliveryReport | None:
         """Deliver now, or return None while backing off after a failure."""
@@ -823,6 +842,362 @@ def format_bill(bill: Bill) -> str:
     if bill.pending:
         lines.append("Pending events are not on the Dodo meter yet: run `python pixelgen.py flush`.")
     return "\n".join(lines)
+
+
+# The tutorial's dashboard steps, from the terminal ##########################
+
+# Steps 1 and 2 of the tutorial, word for word, so that `setup` creates what a
+# reader would have clicked together and `doctor` can compare against it.
+METER_NAME = "Image Generation Meter"
+METER_DESCRIPTION = (
+    "Tracks each AI image generation request made by customers using our DALL-E powered service"
+)
+METER_FILTER: dict[str, Any] = {
+    "conjunction": "or",
+    "clauses": [
+        {"key": "quality", "operator": "equals", "value": "standard"},
+        {"key": "quality", "operator": "equals", "value": "hd"},
+    ],
+}
+PRODUCT_NAME = "PixelGen AI - Image Generation"
+PRODUCT_DESCRIPTION = "AI-powered image generation service with pay-per-use billing"
+PAGE_SIZE = 100
+T = TypeVar("T")
+
+
+def all_pages(fetch_page: Callable[[int], Sequence[T] | None]) -> list[T]:
+    """Every item of a Dodo list endpoint, asking for each page by number.
+
+    dodopayments 1.123's auto-pager computes the next page as
+    (page_number or 1) + 1, so from the first page (0) it jumps to page 2 and
+    never sees page 1.  Pages are counted here instead, from 0.
+    """
+    items: list[T] = []
+    for page_number in itertools.count():
+        page = list(fetch_page(page_number) or [])
+        items.extend(page)
+        if len(page) < PAGE_SIZE:
+            return items
+    raise AssertionError("unreachable")
+
+
+def filter_matches(meter_filter: Mapping[str, Any] | None, metadata: Mapping[str, object]) -> bool:
+    """Whether a meter's filter would count an event with this metadata (no filter counts all)."""
+    if not meter_filter:
+        return True
+    results = []
+    for clause in meter_filter.get("clauses") or []:
+        if "conjunction" in clause:
+            results.append(filter_matches(clause, metadata))
+            continue
+        actual, operator, expected = metadata.get(clause["key"]), clause["operator"], clause["value"]
+        if operator == "equals":
+            results.append(actual == expected)
+        elif operator == "not_equals":
+            results.append(actual is not None and actual != expected)
+        elif operator == "contains":
+            results.append(isinstance(actual, str) and str(expected) in actual)
+        elif operator == "does_not_contain":
+            results.append(isinstance(actual, str) and str(expected) not in actual)
+        else:  # numeric comparisons never hold for a quality word
+            results.append(False)
+    return any(results) if meter_filter.get("conjunction") == "or" else all(results)
+
+
+def meter_problem(meters: Sequence[Mapping[str, Any]]) -> str | None:
+    """Why no meter would count pixelgen's events, naming the near miss and the fix."""
+    exact = [m for m in meters if m["event_name"] == EVENT_NAME]
+    counts_both = [
+        m for m in exact if all(filter_matches(m.get("filter"), {"quality": q}) for q in ("standard", "hd"))
+    ]
+    if counts_both:
+        return None
+    tutorial_fix = "set the filter to OR: quality equals standard, quality equals hd"
+    if not exact:
+        near = [m for m in meters if m["event_name"].strip().lower() == EVENT_NAME]
+        if near:
+            return (
+                f"meter {near[0]['name']!r} listens for {near[0]['event_name']!r}, but events are named"
+                f" {EVENT_NAME!r} and names are case-sensitive: change its event name to {EVENT_NAME}"
+            )
+        return f"no meter counts {EVENT_NAME!r} events: run `python pixelgen.py setup`"
+    meter = exact[0]
+    meter_filter = meter.get("filter") or {}
+    conditions = [c for c in meter_filter.get("clauses") or [] if "key" in c]
+    for condition in conditions:
+        if condition["key"] != "quality" and condition["key"].lower() == "quality":
+            return (
+                f"meter {meter['name']!r} filters on {condition['key']!r}, but the key is 'quality'"
+                f" (case-sensitive): {tutorial_fix}"
+            )
+        value = condition["value"]
+        if isinstance(value, str) and value != value.lower() and value.lower() in ("standard", "hd"):
+            return (
+                f"meter {meter['name']!r} compares quality with {value!r}, but events carry"
+                f" {value.lower()!r} (case-sensitive): {tutorial_fix}"
+            )
+    if meter_filter.get("conjunction") == "and" and len(conditions) > 1:
+        return f"meter {meter['name']!r} joins its conditions with AND, so no event can match: {tutorial_fix}"
+    missed = [q for q in ("standard", "hd") if not filter_matches(meter_filter, {"quality": q})]
+    return f"meter {meter['name']!r} does not count events with quality {' or '.join(missed)}: {tutorial_fix}"
+
+
+def as_dict(model: Any) -> dict[str, Any]:
+    """An SDK model as plain data, for the pure checks above."""
+    return model.to_dict() if hasattr(model, "to_dict") else dict(model)
+
+
+def price_in_cents(price: Decimal) -> str:
+    # Dodo's price_per_unit is "in the lowest denomination": cents for USD.
+    return str((price * 100).normalize())
+
+
+def checkout_link(settings: Settings, product_id: str) -> str:
+    host = (
+        "test.checkout.dodopayments.com"
+        if settings.environment == "test_mode"
+        else "checkout.dodopayments.com"
+    )
+    return f"https://{host}/buy/{product_id}?quantity=1"
+
+
+@contextmanager
+def dodo_errors(action: str) -> Iterator[None]:
+    """Turn a failed Dodo call into one line for the user."""
+    import dodopayments
+
+    try:
+        yield
+    except dodopayments.APIError as error:
+        raise PixelgenError(f"{action}: {dodo_failure(error).reason}") from None
+
+
+def command_setup(args: argparse.Namespace) -> int:
+    settings = load_settings(os.environ, needs=frozenset({"dodo", "bill"}))
+    client = make_dodo_client(settings, max_retries=2)
+    with dodo_errors("cannot list meters"):
+        meters = all_pages(lambda n: client.meters.list(page_number=n, page_size=PAGE_SIZE).items)
+    meter = next((m for m in meters if m.event_name == EVENT_NAME), None)
+    if meter:
+        print(f"Meter exists:   {meter.id} ({meter.name})")
+    else:
+        with dodo_errors("cannot create the meter"):
+            meter = client.meters.create(
+                name=METER_NAME,
+                description=METER_DESCRIPTION,
+                event_name=EVENT_NAME,
+                measurement_unit="images",
+                aggregation={"type": "count"},
+                filter=METER_FILTER,  # type: ignore[arg-type]
+            )
+        print(f"Meter created:  {meter.id} ({METER_NAME})")
+    problem = meter_problem([as_dict(m) for m in [meter]])
+    if problem:
+        print(f"Warning: {problem}", file=sys.stderr)
+
+    with dodo_errors("cannot list products"):
+        products = all_pages(lambda n: client.products.list(page_number=n, page_size=PAGE_SIZE).items)
+    product_id = next((p.product_id for p in products if p.name == PRODUCT_NAME), None)
+    if product_id:
+        print(f"Product exists: {product_id} ({PRODUCT_NAME})")
+    else:
+        # Billed monthly; a subscription period of 20 years is Dodo's "until cancelled".
+        price = {
+            "type": "usage_based_price",
+            "currency": "USD",
+            "fixed_price": 0,
+            "payment_frequency_count": 1,
+            "payment_frequency_interval": "Month",
+            "subscription_period_count": 20,
+            "subscription_period_interval": "Year",
+            "meters": [
+                {
+                    "meter_id": meter.id,
+                    "price_per_unit": price_in_cents(settings.price_per_image),
+                    "free_threshold": settings.free_images,
+                }
+            ],
+        }
+        with dodo_errors("cannot create the product"):
+            product = client.products.create(
+                name=PRODUCT_NAME,
+                description=PRODUCT_DESCRIPTION,
+                tax_category="saas",
+                price=price,  # type: ignore[arg-type]
+            )
+        product_id = product.product_id
+        print(f"Product created: {product_id} ({PRODUCT_NAME})")
+    print(f"Test purchase (Step 3): {checkout_link(settings, product_id)}")
+    print(
+        "Then put the new customer's ID in .env as DODO_PAYMENTS_CUSTOMER_ID"
+        " and run `python pixelgen.py doctor`."
+    )
+    return 0
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+
+def command_doctor(args: argparse.Namespace) -> int:
+    checks = run_checks(os.environ)
+    for check in checks:
+        print(f"{'ok  ' if check.ok else 'FAIL'} {check.name}: {check.detail}")
+    return 0 if all(check.ok for check in checks) else 1
+
+
+def run_checks(environ: Mapping[str, str]) -> list[Check]:
+    import openai
+
+    checks: list[Check] = []
+    try:
+        load_settings(environ)
+        checks.append(Check("configuration", True, "every setting is present and valid"))
+    except ConfigError as error:
+        checks.extend(Check("configuration", False, problem) for problem in error.problems)
+
+    def partial(needs: str) -> Settings | None:
+        try:
+            return load_settings(
+                environ, needs=frozenset({needs, "customer"} if needs == "dodo" else {needs})
+            )
+        except ConfigError:
+            return None
+
+    settings = partial("dodo")
+    if settings is None:
+        checks.append(Check("dodo", False, "skipped: fix the configuration first"))
+    else:
+        checks.extend(dodo_checks(make_dodo_client(settings, max_retries=1), settings))
+
+    settings = partial("openai")
+    if settings is None:
+        checks.append(Check("openai", False, "skipped: fix the configuration first"))
+    else:
+        try:
+            make_openai_client(settings).models.retrieve(settings.model, timeout=30)
+            checks.append(Check("openai", True, f"the key works and {settings.model} is available"))
+        except openai.APIStatusError as error:
+            if error.status_code == 401:
+                detail = "OpenAI rejected OPENAI_API_KEY: check the key in .env"
+            elif error.status_code == 404:
+                detail = (
+                    f"the key works, but OpenAI does not serve {settings.model} (retired, misspelled, or not"
+                    f" enabled for this key): set PIXELGEN_MODEL to {DEFAULT_MODEL} or gpt-image-2"
+                )
+            else:
+                detail = describe_openai_failure(error.status_code, error.code, error.message)
+            checks.append(Check("openai", False, detail))
+        except openai.APIConnectionError:
+            checks.append(
+                Check("openai", False, "could not reach OpenAI: check your network or OPENAI_BASE_URL")
+            )
+
+    checks.append(journal_check(Path(environ.get("PIXELGEN_DB", "").strip() or "pixelgen.db")))
+    return checks
+
+
+def dodo_checks(client: dodopayments.DodoPayments, settings: Settings) -> list[Check]:
+    import dodopayments
+
+    where = settings.dodo_base_url or settings.environment
+    try:
+        customer = client.customers.retrieve(settings.customer_id)
+        checks = [
+            Check("dodo key", True, f"accepted by {where}"),
+            Check("customer", True, f"{customer.customer_id} ({customer.email}) exists in {where}"),
+        ]
+    except dodopayments.APIError as error:
+        failure = dodo_failure(error)
+        if failure.status == 404:
+            checks = [
+                Check("dodo key", True, f"accepted by {where}"),
+                Check(
+                    "customer",
+                    False,
+                    f"customer {settings.customer_id} was not found in {settings.environment} (test and live"
+                    " customers are separate): copy the cus_... ID from your test purchase into .env",
+                ),
+            ]
+        else:
+            return [Check("dodo key", False, failure.reason), Check("customer", False, "skipped")]
+    try:
+        meters = all_pages(lambda n: client.meters.list(page_number=n, page_size=PAGE_SIZE).items)
+    except dodopayments.APIError as error:
+        return [*checks, Check("meter", False, dodo_failure(error).reason)]
+    problem = meter_problem([as_dict(m) for m in meters])
+    detail = f"a meter counts {EVENT_NAME} events with quality standard and hd"
+    return [*checks, Check("meter", problem is None, problem or detail)]
+
+
+def journal_check(path: Path) -> Check:
+    if not path.exists():
+        return Check("journal", True, f"{path} will be created with the first image")
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+        counts = dict(db.execute("SELECT status, COUNT(*) FROM events GROUP BY status").fetchall())
+        reasons = db.execute(
+            "SELECT last_error, COUNT(*) FROM events WHERE status = 'rejected' GROUP BY last_error"
+        ).fetchall()
+        db.close()
+    except sqlite3.Error as error:
+        return Check("journal", False, f"cannot read {path}: {error}")
+    delivered, pending, rejected = (counts.get(status, 0) for status in ("delivered", "pending", "rejected"))
+    detail = f"{path}: {delivered} delivered, {pending} pending, {rejected} rejected"
+    for reason, count in reasons:
+        detail += f"; {count} rejected because {reason}"
+    if pending:
+        detail += "; run `python pixelgen.py flush`"
+    return Check("journal", True, detail)  # readable is healthy; the counts are for the reader
+
+
+def remote_image_events(settings: Settings, month: str) -> list[dict[str, Any]]:
+    """The customer's image.generated events that Dodo holds for the month."""
+    client = make_dodo_client(settings, max_retries=1)
+    start, end = month_bounds(month)
+    with dodo_errors("cannot list events"):
+        events = all_pages(
+            lambda n: (
+                client.usage_events.list(
+                    customer_id=settings.customer_id,
+                    event_name=EVENT_NAME,
+                    start=start,
+                    end=end,
+                    page_number=n,
+                    page_size=PAGE_SIZE,
+                ).items
+            )
+        )
+    return [as_dict(event) for event in events]
+
+
+def explain_remote(
+    local: Bill, local_status: Mapping[str, str], remote: Sequence[Mapping[str, Any]]
+) -> list[str]:
+    """Why Dodo's count and the journal's may differ."""
+    remote_ids = {event["event_id"] for event in remote}
+    delivered = {event_id for event_id, status in local_status.items() if status == "delivered"}
+    lines = [f"Dodo: {len(remote)} {EVENT_NAME} events; journal: {local.images} images."]
+    if local.pending:
+        lines.append(f"  {local.pending} are still pending here: run `python pixelgen.py flush`.")
+    if elsewhere := len(remote_ids - set(local_status)):
+        lines.append(f"  {elsewhere} were sent from another machine or journal.")
+    if missing := len(delivered - remote_ids):
+        lines.append(
+            f"  {missing} delivered events are not listed for this month: sent over an hour late,"
+            " they carry the time Dodo received them."
+        )
+    uncounted = [e for e in remote if (e.get("metadata") or {}).get("quality") not in ("standard", "hd")]
+    if uncounted:
+        lines.append(
+            f"  {len(uncounted)} carry no quality standard or hd: the tutorial's meter would not count them."
+        )
+    if len(lines) == 1:
+        lines[0] += " They agree."
+    return lines
 
 
 # Command line ###############################################################
@@ -976,13 +1351,26 @@ def command_flush(args: argparse.Namespace) -> int:
 
 
 def command_usage(args: argparse.Namespace) -> int:
-    settings = load_settings(
-        os.environ, needs=frozenset({"customer", "bill"}), customer_override=args.customer
-    )
+    needs = {"customer", "bill", "dodo"} if args.remote else {"customer", "bill"}
+    settings = load_settings(os.environ, needs=frozenset(needs), customer_override=args.customer)
     month = args.month or f"{utc_now():%Y-%m}"
-    counts = Journal(settings.journal_path).month_counts(settings.customer_id, month)
+    journal = Journal(settings.journal_path)
+    counts = journal.month_counts(settings.customer_id, month)
     bill = compute_bill(counts, settings.customer_id, month, settings.free_images, settings.price_per_image)
-    print(json.dumps(bill.as_json()) if args.json else format_bill(bill))
+    report: dict[str, object] = bill.as_json()
+    text = format_bill(bill)
+    if args.remote:
+        try:
+            remote = remote_image_events(settings, month)
+        except PixelgenError as error:
+            print(f"Error: {error}; showing the local bill only", file=sys.stderr)
+            report["remote_images"] = None
+        else:
+            report["remote_images"] = len(remote)
+            text += "\n" + "\n".join(
+                explain_remote(bill, journal.month_statuses(settings.customer_id, month), remote)
+            )
+    print(json.dumps(report) if args.json else text)
     return 0
 
 
@@ -1009,7 +1397,14 @@ def build_parser() -> argparse.ArgumentParser:
     usage.add_argument("--month", type=parse_month, help="YYYY-MM, in UTC (default: this month)")
     usage.add_argument("--customer", help="default: DODO_PAYMENTS_CUSTOMER_ID")
     usage.add_argument("--json", action="store_true", help="print one JSON object")
+    usage.add_argument("--remote", action="store_true", help="also count the events Dodo holds")
     usage.set_defaults(handler=command_usage)
+
+    setup = commands.add_parser("setup", help="create the tutorial's meter and product in Dodo")
+    setup.set_defaults(handler=command_setup)
+
+    doctor = commands.add_parser("doctor", help="check keys, customer, meter, model and journal")
+    doctor.set_defaults(handler=command_doctor)
     return parser
 
 
