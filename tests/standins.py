@@ -209,7 +209,30 @@ class FakeDodo(StandIn):
     def __post_init__(self) -> None:
         super().__init__()
         self.events: dict[str, dict[str, Any]] = {}
+        self.received_at: dict[str, str] = {}
         self.random = random.Random(self.flaky_seed)
+        self.customers: dict[str, dict[str, Any]] = {
+            CUSTOMER: {"customer_id": CUSTOMER, "email": "test@example.com", "name": "Test Customer"}
+        }
+        self.meters: list[dict[str, Any]] = []
+        self.products: list[dict[str, Any]] = []
+
+    def add_meter(
+        self, name: str, event_name: str, meter_filter: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        meter = {
+            "id": f"mtr_{len(self.meters):04d}",
+            "business_id": "bus_test",
+            "name": name,
+            "event_name": event_name,
+            "measurement_unit": "images",
+            "aggregation": {"type": "count"},
+            "filter": meter_filter,
+            "created_at": "2026-12-01T00:00:00Z",
+            "updated_at": "2026-12-01T00:00:00Z",
+        }
+        self.meters.append(meter)
+        return meter
 
     def respond(self, request: Request) -> Reply:
         if request.headers.get("authorization") != f"Bearer {self.api_key}":
@@ -226,7 +249,61 @@ class FakeDodo(StandIn):
             return error(planned, "INTERNAL_SERVER_ERROR", "Something went wrong")
         if request.method == "POST" and request.path == "/events/ingest":
             return self.ingest(request.body)
+        if request.method == "GET" and request.path.startswith("/customers/"):
+            customer = self.customers.get(request.path.rsplit("/", 1)[1])
+            if customer is None:
+                return error(404, "NOT_FOUND", "Customer not found")
+            return Reply(200, {"business_id": "bus_test", "created_at": "2026-12-01T00:00:00Z", **customer})
+        if request.path == "/meters":
+            if request.method == "POST":
+                body = request.body
+                return Reply(200, self.add_meter(body["name"], body["event_name"], body.get("filter")))
+            return self.page(self.meters, request.query)
+        if request.path == "/products":
+            if request.method == "POST":
+                product = {"product_id": f"pdt_{len(self.products):04d}", **request.body}
+                self.products.append(product)
+                return Reply(200, self.product_model(product))
+            return self.page([self.product_model(p) for p in self.products], request.query)
+        if request.method == "GET" and request.path == "/events":
+            return self.page(self.list_events(request.query), request.query)
         return error(404, "NOT_FOUND", f"{request.method} {request.path} is not served here")
+
+    @staticmethod
+    def page(items: list[Any], query: dict[str, str]) -> Reply:
+        """Dodo's page-number pagination: page_number counts from 0, page_size defaults to 10."""
+        number, size = int(query.get("page_number", 0)), int(query.get("page_size", 10))
+        return Reply(200, {"items": items[number * size : (number + 1) * size]})
+
+    @staticmethod
+    def product_model(product: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "business_id": "bus_test",
+            "brand_id": "brd_test",
+            "created_at": "2026-12-01T00:00:00Z",
+            "updated_at": "2026-12-01T00:00:00Z",
+            "is_recurring": False,
+            "license_key_enabled": False,
+            "metadata": {},
+            "entitlements": [],
+            "credit_entitlements": [],
+            **product,
+        }
+
+    def list_events(self, query: dict[str, str]) -> list[dict[str, Any]]:
+        start = parse_time(query["start"]) if "start" in query else None
+        end = parse_time(query["end"]) if "end" in query else None
+        listed = []
+        for event_id, event in self.events.items():
+            moment = parse_time(event.get("timestamp") or self.received_at[event_id])
+            if "customer_id" in query and event["customer_id"] != query["customer_id"]:
+                continue
+            if "event_name" in query and event["event_name"] != query["event_name"]:
+                continue
+            if (start and moment < start) or (end and moment >= end):
+                continue
+            listed.append({"business_id": "bus_test", "timestamp": moment.isoformat(), **event})
+        return listed
 
     def ingest(self, body: Any) -> Reply:
         events = body.get("events") if isinstance(body, dict) else None
@@ -246,6 +323,7 @@ class FakeDodo(StandIn):
             for event in events:
                 if event["event_id"] not in self.events:  # event_id is the idempotency key
                     self.events[event["event_id"]] = event
+                    self.received_at[event["event_id"]] = now.isoformat()
                     new += 1
         return Reply(200, {"ingested_count": new})
 
