@@ -979,7 +979,7 @@ def command_setup(args: argparse.Namespace) -> int:
         meters = all_pages(lambda n: client.meters.list(page_number=n, page_size=PAGE_SIZE).items)
     meter = next((m for m in meters if m.event_name == EVENT_NAME), None)
     if meter:
-        print(f"Meter exists:   {meter.id} ({meter.name})")
+        print(f"Meter exists:    {meter.id} ({meter.name})")
     else:
         with dodo_errors("cannot create the meter"):
             meter = client.meters.create(
@@ -990,7 +990,7 @@ def command_setup(args: argparse.Namespace) -> int:
                 aggregation={"type": "count"},
                 filter=METER_FILTER,  # type: ignore[arg-type]
             )
-        print(f"Meter created:  {meter.id} ({METER_NAME})")
+        print(f"Meter created:   {meter.id} ({METER_NAME})")
     problem = meter_problem([as_dict(m) for m in [meter]])
     if problem:
         print(f"Warning: {problem}", file=sys.stderr)
@@ -999,7 +999,7 @@ def command_setup(args: argparse.Namespace) -> int:
         products = all_pages(lambda n: client.products.list(page_number=n, page_size=PAGE_SIZE).items)
     product_id = next((p.product_id for p in products if p.name == PRODUCT_NAME), None)
     if product_id:
-        print(f"Product exists: {product_id} ({PRODUCT_NAME})")
+        print(f"Product exists:  {product_id} ({PRODUCT_NAME})")
     else:
         # Billed monthly; a subscription period of 20 years is Dodo's "until cancelled".
         price = {

@@ -46,9 +46,9 @@ def test_setup_twice_creates_one_meter_and_one_product(run, dodo_server: FakeDod
         {"meter_id": meter["id"], "price_per_unit": "5", "free_threshold": 10}
     ]
     link = f"https://test.checkout.dodopayments.com/buy/{product['product_id']}?quantity=1"
-    assert f"Meter created:  {meter['id']}" in first.out and f"Meter exists:   {meter['id']}" in second.out
+    assert f"Meter created:   {meter['id']}" in first.out and f"Meter exists:    {meter['id']}" in second.out
     assert link in first.out and link in second.out
-    assert f"Product exists: {product['product_id']}" in second.out
+    assert f"Product exists:  {product['product_id']}" in second.out
 
 
 def test_setup_finds_a_meter_on_the_second_page(run, dodo_server: FakeDodo) -> None:
@@ -59,7 +59,7 @@ def test_setup_finds_a_meter_on_the_second_page(run, dodo_server: FakeDodo) -> N
     result = run("setup")
 
     assert result.code == 0
-    assert f"Meter exists:   {existing['id']}" in result.out
+    assert f"Meter exists:    {existing['id']}" in result.out
     assert len(dodo_server.meters) == 151
     pages = [int(r.query["page_number"]) for r in dodo_server.calls("GET", "/meters")]
     assert pages == [0, 1]
