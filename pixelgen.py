@@ -544,8 +544,8 @@ class Journal:
             ) from None
 
     def _migrate(self) -> None:
-        if self.db.execute("PRAGMA user_version").fetchone()[0] >= len(MIGRATIONS):
-            return
+        # Always one write, even with nothing to migrate, so that a read-only
+        # journal fails here, before an image is paid for, not after.
         with self.transaction():
             version = self.db.execute("PRAGMA user_version").fetchone()[0]
             for statements in MIGRATIONS[version:]:
@@ -1227,7 +1227,12 @@ class App:
         with interrupts_deferred():
             path = save_image(image, self.settings.output_dir, prompt, now)
             event = UsageEvent.new(self.settings.customer_id, quality, self.settings.model, now)
-            self.journal.record(event)
+            try:
+                self.journal.record(event)
+            except sqlite3.Error as error:
+                raise PixelgenError(
+                    f"saved {path}, but could not record its usage event in {self.journal.path}: {error}"
+                ) from None
         print(f"Saved {path}")
         return path, event
 

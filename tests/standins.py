@@ -205,11 +205,13 @@ class FakeDodo(StandIn):
     reject_ids: dict[str, str] = field(default_factory=dict)  # event id -> reason
     name_rejected_ids: bool = True  # whether a 400 message names the event
     slow_seconds: float = 15.0
+    stall_after_ingest: float = 0.0  # accept the events, then answer late: the reply is lost
 
     def __post_init__(self) -> None:
         super().__init__()
         self.events: dict[str, dict[str, Any]] = {}
         self.received_at: dict[str, str] = {}
+        self.faults_injected = 0
         self.random = random.Random(self.flaky_seed)
         self.customers: dict[str, dict[str, Any]] = {
             CUSTOMER: {"customer_id": CUSTOMER, "email": "test@example.com", "name": "Test Customer"}
@@ -240,7 +242,11 @@ class FakeDodo(StandIn):
         with self.lock:
             planned = self.failures.pop(0) if self.failures else None
             if planned is None and self.flaky_rate and self.random.random() < self.flaky_rate:
-                planned = self.random.choice([500, "reset", "slow"])
+                planned = self.random.choice([500, "reset", "slow", "lost"])
+            self.faults_injected += planned is not None
+        if planned == "lost" and request.path == "/events/ingest":
+            self.ingest(request.body)  # Dodo has the events, but the answer never arrives
+            return Reply(0, None, reset=True)
         if planned == "reset":
             return Reply(0, None, reset=True)
         if planned == "slow":
@@ -248,7 +254,9 @@ class FakeDodo(StandIn):
         if isinstance(planned, int):
             return error(planned, "INTERNAL_SERVER_ERROR", "Something went wrong")
         if request.method == "POST" and request.path == "/events/ingest":
-            return self.ingest(request.body)
+            reply = self.ingest(request.body)
+            reply.delay = self.stall_after_ingest
+            return reply
         if request.method == "GET" and request.path.startswith("/customers/"):
             customer = self.customers.get(request.path.rsplit("/", 1)[1])
             if customer is None:
