@@ -133,7 +133,7 @@ def test_four_sessions_of_25_images_share_one_journal(env: dict[str, str], dodo_
     processes = [start() for _ in range(4)]
     with ThreadPoolExecutor(4) as pool:  # all four type their prompts at once
         outputs = list(pool.map(lambda process: process.communicate(script, timeout=120), processes))
-    results = [Result(p.returncode, out, err) for p, (out, err) in zip(processes, outputs)]
+    results = [Result(p.returncode, out, err) for p, (out, err) in zip(processes, outputs, strict=True)]
 
     assert [r.code for r in results] == [0, 0, 0, 0], [r.err for r in results]
     assert not any("locked" in r.err or "Traceback" in r.err for r in results)
@@ -220,7 +220,8 @@ def test_a_journal_that_is_not_a_database_is_one_clear_error(run, openai_server:
     result = run("--prompt", "A robot")
     assert result.code == 1
     assert result.err.strip() == (
-        "Error: cannot use the usage journal pixelgen.db: file is not a database; set PIXELGEN_DB to a writable file"
+        "Error: cannot use the usage journal pixelgen.db: file is not a database;"
+        " set PIXELGEN_DB to a writable file"
     )
     assert openai_server.requests == []
 
