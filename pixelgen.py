@@ -1216,9 +1216,9 @@ class App:
         self.biller = Biller(self.journal, lambda: make_dodo_sender(self.settings, max_retries=0))
 
     def generate(self, prompt: str, quality: Quality, spinner: bool) -> bytes:
-        if self._openai is None:
-            self._openai = make_openai_client(self.settings)
-        with Spinner(sys.stderr, enabled=spinner):
+        with Spinner(sys.stderr, enabled=spinner):  # from the start: the first call also loads the SDK
+            if self._openai is None:
+                self._openai = make_openai_client(self.settings)
             return generate_image(self._openai, self.settings, prompt, quality)
 
     def keep(self, image: bytes, prompt: str, quality: Quality) -> tuple[Path, UsageEvent]:
