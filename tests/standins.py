@@ -57,6 +57,7 @@ class StandIn:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # answer at once, as a real API server does
 
             def log_message(self, *args: object) -> None:
                 pass
