@@ -359,6 +359,11 @@ def save_image(data: bytes, folder: Path, prompt: str, now: datetime) -> Path:
                 return path
             except FileExistsError:
                 continue
+            except PermissionError:  # a filesystem without hard links, such as FAT
+                if path.exists():
+                    continue
+                os.replace(temporary, path)
+                return path
     except OSError as error:
         raise PixelgenError(
             f"cannot save the image in {folder}: {error.strerror};"
@@ -379,7 +384,7 @@ def prepare_output_dir(folder: Path) -> None:
 
 
 @contextmanager
-def interrupts_deferred() -> Iterator[None]:
+def ctrl_c_ignored() -> Iterator[None]:
     """Ignore Ctrl-C while an image is saved and journaled, so one is never without the other."""
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -481,6 +486,8 @@ def classify_failure(status: int | None) -> FailureKind:
 
 
 class DodoFailure(Exception):
+    """A Dodo call that failed: its kind, one line for the user, and the HTTP status if any."""
+
     def __init__(self, kind: FailureKind, reason: str, status: int | None = None) -> None:
         super().__init__(reason)
         self.kind, self.reason, self.status = kind, reason, status
@@ -586,11 +593,13 @@ class Journal:
         self._update(event_ids, "attempts = attempts + 1, last_error = ?", (reason,))
 
     def _update(self, event_ids: Sequence[str], assignments: str, values: tuple[object, ...]) -> None:
-        marks = ",".join("?" * len(event_ids))
-        self.db.execute(
-            f"UPDATE events SET {assignments} WHERE status = 'pending' AND event_id IN ({marks})",
-            (*values, *event_ids),
-        )
+        # One statement per id in one transaction: an IN list of 1,000 would
+        # pass SQLite's 999-variable limit on the builds some Pythons ship.
+        with self.transaction():
+            self.db.executemany(
+                f"UPDATE events SET {assignments} WHERE status = 'pending' AND event_id = ?",
+                [(*values, event_id) for event_id in event_ids],
+            )
 
     def status_of(self, event_id: str) -> tuple[str, str | None]:
         status, last_error = self.db.execute(
@@ -1224,7 +1233,7 @@ class App:
     def keep(self, image: bytes, prompt: str, quality: Quality) -> tuple[Path, UsageEvent]:
         """Save the image, then journal its event before anything is sent."""
         now = utc_now()
-        with interrupts_deferred():
+        with ctrl_c_ignored():
             path = save_image(image, self.settings.output_dir, prompt, now)
             event = UsageEvent.new(self.settings.customer_id, quality, self.settings.model, now)
             try:

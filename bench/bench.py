@@ -55,15 +55,29 @@ def median_seconds(command: list[str], cwd: Path, env: dict[str, str], runs: int
     return statistics.median(times)
 
 
+# Measured from a small launcher process: a child started straight from this
+# process would report this process's own peak too, since the child shares
+# its parent's memory between vfork and exec, and this process holds the
+# stand-ins' records.
+RSS_LAUNCHER = """
+import os, subprocess, sys
+process = subprocess.Popen(sys.argv[1:], stdin=sys.stdin, stdout=subprocess.DEVNULL)
+_, _, usage = os.wait4(process.pid, 0)
+print(usage.ru_maxrss)
+"""
+
+
 def peak_rss_mb(command: list[str], cwd: Path, env: dict[str, str], stdin: str) -> float:
-    """The child's own peak resident set size, from wait4's rusage."""
-    process = subprocess.Popen(command, cwd=cwd, env=env, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
-    assert process.stdin is not None
-    process.stdin.write(stdin.encode())
-    process.stdin.close()
-    _, _, usage = os.wait4(process.pid, 0)
-    process.returncode = 0
-    return usage.ru_maxrss / 1024  # kilobytes on Linux
+    """The peak resident set size of the command's own process."""
+    done = subprocess.run(
+        [sys.executable, "-c", RSS_LAUNCHER, *command],
+        cwd=cwd,
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+    )
+    return int(done.stdout) / 1024  # kilobytes on Linux
 
 
 def fresh_dir(parent: Path, name: str) -> Path:
