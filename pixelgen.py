@@ -1443,6 +1443,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for problem in problems:
             print(f"Error: {problem}", file=sys.stderr)
         return error.exit_code
+    except sqlite3.OperationalError as error:  # the journal's disk filled up, or it stayed locked
+        print(f"Error: the usage journal failed: {error}; journaled events are kept", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -241,3 +241,16 @@ def test_a_journal_write_failing_after_the_image_says_what_happened(
         f"Error: saved {image}, but could not record its usage event in pixelgen.db: database or disk is full"
     )
     assert dodo_server.events == {}
+
+
+def test_a_journal_that_stays_locked_is_one_clear_error(run, monkeypatch: pytest.MonkeyPatch) -> None:
+    def locked(self: pixelgen.Journal) -> list[pixelgen.UsageEvent]:
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(pixelgen.Journal, "pending_events", locked)
+    result = run("flush")
+
+    assert result.code == 1
+    assert (
+        result.err.strip() == "Error: the usage journal failed: database is locked; journaled events are kept"
+    )
