@@ -1327,21 +1327,28 @@ def session_summary(journal: Journal, session_events: list[str]) -> str:
 
 
 def command_generate(args: argparse.Namespace) -> int:
-    settings = load_settings(os.environ, customer_override=args.customer)
-    if args.prompt is not None:
-        problem = check_prompt(args.prompt)
-        if problem:
-            raise ConfigError([f"--prompt: {problem}"])
+    flag_problems = []
+    if args.prompt is not None and (problem := check_prompt(args.prompt)):
+        flag_problems.append(f"--prompt: {problem}")
+    if args.prompt is None and args.quality is not None:
+        flag_problems.append("--quality goes with --prompt; the interactive session asks for each image")
+    try:
+        settings = load_settings(os.environ, customer_override=args.customer)
+    except ConfigError as error:
+        raise ConfigError(error.problems + flag_problems) from None
+    if flag_problems:
+        raise ConfigError(flag_problems)
     prepare_output_dir(settings.output_dir)
     app = App(settings, Journal(settings.journal_path))
     if args.prompt is None:
         return interactive_session(app, sys.stdin)
+    quality: Quality = args.quality or "standard"
     try:
-        image = app.generate(args.prompt.strip(), args.quality, sys.stderr.isatty())
+        image = app.generate(args.prompt.strip(), quality, sys.stderr.isatty())
     except KeyboardInterrupt:
         print("Cancelled; nothing was billed.", file=sys.stderr)
         return 130
-    _, event = app.keep(image, args.prompt, args.quality)
+    _, event = app.keep(image, args.prompt, quality)
     if app.bill(event) == "pending":
         print("The event is safe in the journal; `python pixelgen.py flush` sends it.", file=sys.stderr)
     return 0
@@ -1397,7 +1404,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--quality",
         type=quality_argument,
-        default="standard",
         help="standard (default) or hd, with --prompt",
     )
     parser.add_argument("--customer", help="bill this customer instead of DODO_PAYMENTS_CUSTOMER_ID")

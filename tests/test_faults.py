@@ -172,27 +172,31 @@ def test_a_flaky_dodo_over_200_images_then_one_flush_bills_each_image_once(
 # disk trouble ################################################################
 
 
-def test_an_output_folder_that_cannot_be_written_fails_before_generation(
-    run, monkeypatch: pytest.MonkeyPatch, openai_server: FakeOpenAI
+@pytest.mark.parametrize("folder", ["/proc/pixelgen-images", "a-file/images"])
+def test_an_output_folder_that_cannot_be_made_fails_before_generation(
+    run, monkeypatch: pytest.MonkeyPatch, openai_server: FakeOpenAI, folder: str
 ) -> None:
-    monkeypatch.setenv("PIXELGEN_OUTPUT_DIR", "/proc/pixelgen-images")
+    Path("a-file").write_text("")
+    monkeypatch.setenv("PIXELGEN_OUTPUT_DIR", folder)
     result = run("--prompt", "A robot")
 
     assert result.code == 1
-    assert result.err.startswith("Error: cannot create /proc/pixelgen-images")
+    assert result.err.startswith(f"Error: cannot create {folder}: ")
+    assert result.err.strip().endswith("set PIXELGEN_OUTPUT_DIR")
     assert openai_server.requests == []
     assert not Path("pixelgen.db").exists()
 
 
-def test_a_journal_on_a_read_only_path_fails_before_generation(
-    run, monkeypatch: pytest.MonkeyPatch, openai_server: FakeOpenAI
+@pytest.mark.parametrize("journal", ["/proc/pixelgen.db", "missing-folder/pixelgen.db"])
+def test_a_journal_on_a_path_that_cannot_be_written_fails_before_generation(
+    run, monkeypatch: pytest.MonkeyPatch, openai_server: FakeOpenAI, journal: str
 ) -> None:
-    monkeypatch.setenv("PIXELGEN_DB", "/proc/pixelgen.db")
+    monkeypatch.setenv("PIXELGEN_DB", journal)
     result = run("--prompt", "A robot")
 
     assert result.code == 1
     assert result.err.strip() == (
-        "Error: cannot use the usage journal /proc/pixelgen.db: unable to open database file;"
+        f"Error: cannot use the usage journal {journal}: unable to open database file;"
         " set PIXELGEN_DB to a writable file"
     )
     assert openai_server.requests == [] and images() == []

@@ -192,6 +192,7 @@ def test_a_retired_model_is_refused_before_any_call(
         (["--prompt", "   "], "--prompt: the prompt is blank"),
         (["--prompt", "x" * 32_001], "the prompt is 32,001 characters; the model accepts at most 32,000"),
         (["usage", "--month", "2026-13"], "'2026-13' is not a month like 2026-12"),
+        (["--quality", "hd"], "--quality goes with --prompt"),
     ],
 )
 def test_bad_flags_exit_2_before_any_call(
@@ -231,28 +232,12 @@ def test_dotenv_is_read_but_the_environment_wins(
     # OPENAI_API_KEY was already set, so the fake key in .env was not used: the call succeeded.
 
 
-def test_an_unwritable_output_folder_fails_before_paying_for_an_image(
-    run, monkeypatch: pytest.MonkeyPatch, openai_server: FakeOpenAI
-) -> None:
-    Path("not-a-folder").write_text("")
-    monkeypatch.setenv("PIXELGEN_OUTPUT_DIR", "not-a-folder/images")
-    result = run("--prompt", "A robot")
+def test_flag_and_configuration_problems_are_reported_together(run, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY")
+    result = run("--prompt", "  ")
 
-    assert result.code == 1
-    assert result.err.startswith("Error: cannot create not-a-folder/images")
-    assert "PIXELGEN_OUTPUT_DIR" in result.err
-    assert openai_server.requests == []
-
-
-def test_an_unusable_journal_path_is_one_clear_error(
-    run, monkeypatch: pytest.MonkeyPatch, openai_server: FakeOpenAI
-) -> None:
-    monkeypatch.setenv("PIXELGEN_DB", "missing-folder/pixelgen.db")
-    result = run("--prompt", "A robot")
-
-    assert result.code == 1
-    assert result.err.strip().splitlines() == [
-        "Error: cannot use the usage journal missing-folder/pixelgen.db: unable to open database file;"
-        " set PIXELGEN_DB to a writable file"
+    assert result.code == 2
+    assert result.err.splitlines() == [
+        "Error: OPENAI_API_KEY is not set: add your OpenAI key to .env",
+        "Error: --prompt: the prompt is blank",
     ]
-    assert openai_server.requests == []
