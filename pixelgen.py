@@ -958,7 +958,7 @@ def as_dict(model: Any) -> dict[str, Any]:
 
 def price_in_cents(price: Decimal) -> str:
     # Dodo's price_per_unit is "in the lowest denomination": cents for USD.
-    return str((price * 100).normalize())
+    return format((price * 100).normalize(), "f")  # "10", never "1E+1"
 
 
 def checkout_link(settings: Settings, product_id: str) -> str:
@@ -1000,7 +1000,7 @@ def command_setup(args: argparse.Namespace) -> int:
                 filter=METER_FILTER,  # type: ignore[arg-type]
             )
         print(f"Meter created:   {meter.id} ({METER_NAME})")
-    problem = meter_problem([as_dict(m) for m in [meter]])
+    problem = meter_problem([as_dict(meter)])
     if problem:
         print(f"Warning: {problem}", file=sys.stderr)
 
