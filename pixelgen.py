@@ -1068,21 +1068,19 @@ def run_checks(environ: Mapping[str, str]) -> list[Check]:
     except ConfigError as error:
         checks.extend(Check("configuration", False, problem) for problem in error.problems)
 
-    def partial(needs: str) -> Settings | None:
+    def settings_for(*needs: str) -> Settings | None:
         try:
-            return load_settings(
-                environ, needs=frozenset({needs, "customer"} if needs == "dodo" else {needs})
-            )
+            return load_settings(environ, needs=frozenset(needs))
         except ConfigError:
-            return None
+            return None  # already named by the configuration check
 
-    settings = partial("dodo")
+    settings = settings_for("dodo", "customer")
     if settings is None:
         checks.append(Check("dodo", False, "skipped: fix the configuration first"))
     else:
         checks.extend(dodo_checks(make_dodo_client(settings, max_retries=1), settings))
 
-    settings = partial("openai")
+    settings = settings_for("openai")
     if settings is None:
         checks.append(Check("openai", False, "skipped: fix the configuration first"))
     else:
