@@ -287,3 +287,19 @@ def test_the_remote_bill_falls_back_to_the_local_one_when_dodo_is_down(
     assert json.loads(result.out)["remote_images"] is None
     assert "Error: cannot list events: Dodo is unreachable" in result.err
     assert "showing the local bill only" in result.err
+
+
+def test_doctor_reports_a_journal_it_cannot_read(run, tutorial_done: FakeDodo) -> None:
+    Path("pixelgen.db").write_text("not a database\n" * 100)
+    result = run("doctor")
+    assert result.code == 1
+    assert lines_of(result.out)["journal"] == "FAIL cannot read pixelgen.db: file is not a database"
+
+
+def test_doctor_says_when_openai_cannot_be_reached(
+    run, monkeypatch: pytest.MonkeyPatch, tutorial_done: FakeDodo
+) -> None:
+    monkeypatch.setenv("OPENAI_BASE_URL", closed_port_url() + "/v1")
+    checks = lines_of(run("doctor").out)
+    assert checks["openai"] == "FAIL could not reach OpenAI: check your network or OPENAI_BASE_URL"
+    assert checks["meter"].startswith("ok")

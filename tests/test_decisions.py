@@ -107,6 +107,8 @@ def test_retired_models_and_their_snapshots_are_known() -> None:
     assert pixelgen.retired_since("gpt-image-2-2026-04-21") is None
 
 
-@pytest.mark.parametrize(("dollars", "cents"), [("0.05", "5"), ("0.10", "10"), ("1", "100"), ("0.055", "5.5")])
+@pytest.mark.parametrize(
+    ("dollars", "cents"), [("0.05", "5"), ("0.10", "10"), ("1", "100"), ("0.055", "5.5")]
+)
 def test_the_price_goes_to_dodo_in_cents(dollars: str, cents: str) -> None:
     assert pixelgen.price_in_cents(Decimal(dollars)) == cents
