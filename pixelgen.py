@@ -1314,14 +1314,18 @@ def ask(question: str) -> str | None:
 def session_summary(journal: Journal, session_events: list[str]) -> str:
     statuses = [journal.status_of(event_id)[0] for event_id in session_events]
     summary = (
-        f"Session: {len(statuses)} images, {statuses.count('delivered')} billed,"
+        f"Session: {counted(len(statuses), 'image')}, {statuses.count('delivered')} billed,"
         f" {statuses.count('pending')} pending"
     )
     if "rejected" in statuses:
         summary += f", {statuses.count('rejected')} rejected"
     if pending := journal.count_pending():
-        summary += f". {pending} events wait in the journal: run `python pixelgen.py flush`"
+        summary += f". {counted(pending, 'event')} in the journal: run `python pixelgen.py flush`"
     return summary + "."
+
+
+def counted(number: int, noun: str) -> str:
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
 
 def command_generate(args: argparse.Namespace) -> int:
@@ -1361,10 +1365,10 @@ def command_flush(args: argparse.Namespace) -> int:
     for event_id, reason in report.rejected.items():
         print(f"Rejected by Dodo, event {event_id}: {reason}", file=sys.stderr)
     pending = journal.count_pending()
-    print(f"Delivered {report.delivered} events; {pending} pending.")
+    print(f"Delivered {counted(report.delivered, 'event')}; {pending} pending.")
     if pending:
         reason = report.failure.reason if report.failure else "another process is sending them"
-        print(f"Error: {pending} events are still pending: {reason}", file=sys.stderr)
+        print(f"Error: {counted(pending, 'event')} still pending: {reason}", file=sys.stderr)
         return 1
     return 0
 

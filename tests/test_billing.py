@@ -36,12 +36,12 @@ def test_dodo_down_then_flush_delivers_the_same_event(
 
     offline = run("flush")
     assert offline.code == 1
-    assert "1 events are still pending: Dodo is unreachable" in offline.err
+    assert "1 event still pending: Dodo is unreachable" in offline.err
 
     monkeypatch.setenv("DODO_PAYMENTS_BASE_URL", dodo_server.url)
     online = run("flush")
     assert online.code == 0
-    assert "Delivered 1 events; 0 pending." in online.out
+    assert "Delivered 1 event; 0 pending." in online.out
     assert list(dodo_server.events) == [row["event_id"]]
     assert journal_rows()[0]["status"] == "delivered"
 
@@ -150,7 +150,7 @@ def test_a_session_with_billing_down_backs_off_instead_of_retrying_every_image(
     # One try after the first image, then backing off, then one at the end of the session.
     assert len(dodo_server.calls("POST", "/events/ingest")) == 2
     assert result.err.count("Billing pending, will retry: Dodo answered 500") == 5
-    assert "Session: 5 images, 0 billed, 5 pending. 5 events wait in the journal" in result.out
+    assert "Session: 5 images, 0 billed, 5 pending. 5 events in the journal" in result.out
 
 
 def test_a_session_delivers_events_left_by_an_earlier_run(run, dodo_server: FakeDodo) -> None:
