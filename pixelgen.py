@@ -890,6 +890,10 @@ def all_pages(fetch_page: Callable[[int], Sequence[T] | None]) -> list[T]:
     raise AssertionError("unreachable")
 
 
+def list_meters(client: dodopayments.DodoPayments) -> list[Any]:
+    return all_pages(lambda n: client.meters.list(page_number=n, page_size=PAGE_SIZE).items)
+
+
 def filter_matches(meter_filter: Mapping[str, Any] | None, metadata: Mapping[str, object]) -> bool:
     """Whether a meter's filter would count an event with this metadata (no filter counts all)."""
     if not meter_filter:
@@ -985,7 +989,7 @@ def command_setup(args: argparse.Namespace) -> int:
     settings = load_settings(os.environ, needs=frozenset({"dodo", "bill"}))
     client = make_dodo_client(settings, max_retries=2)
     with dodo_errors("cannot list meters"):
-        meters = all_pages(lambda n: client.meters.list(page_number=n, page_size=PAGE_SIZE).items)
+        meters = list_meters(client)
     meter = next((m for m in meters if m.event_name == EVENT_NAME), None)
     if meter:
         print(f"Meter exists:    {meter.id} ({meter.name})")
@@ -1103,7 +1107,7 @@ def run_checks(environ: Mapping[str, str]) -> list[Check]:
                 Check("openai", False, "could not reach OpenAI: check your network or OPENAI_BASE_URL")
             )
 
-    checks.append(journal_check(Path(environ.get("PIXELGEN_DB", "").strip() or "pixelgen.db")))
+    checks.append(journal_check(load_settings(environ, needs=frozenset()).journal_path))
     return checks
 
 
@@ -1132,7 +1136,7 @@ def dodo_checks(client: dodopayments.DodoPayments, settings: Settings) -> list[C
         else:
             return [Check("dodo key", False, failure.reason), Check("customer", False, "skipped")]
     try:
-        meters = all_pages(lambda n: client.meters.list(page_number=n, page_size=PAGE_SIZE).items)
+        meters = list_meters(client)
     except dodopayments.APIError as error:
         return [*checks, Check("meter", False, dodo_failure(error).reason)]
     problem = meter_problem([as_dict(m) for m in meters])
